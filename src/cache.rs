@@ -11,15 +11,20 @@ use std::time::{Duration, Instant};
 use moka::Expiry;
 use moka::future::Cache;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use crate::config::CacheConfig;
-use crate::decision::Verdict;
+use crate::decision::{Verdict, Workspace};
 use crate::keys::KeyDigest;
 
-/// How long each kind of verdict lives.
+/// How long each kind of verdict lives, and when an allowed one is refreshed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CachePolicy {
     pub ok_ttl: Duration,
     pub deny_ttl: Duration,
+    /// Zero turns refresh-ahead off.
+    pub refresh_ahead: Duration,
+    pub jitter_percent: u8,
 }
 
 impl CachePolicy {
@@ -27,25 +32,75 @@ impl CachePolicy {
         CachePolicy {
             ok_ttl: Duration::from_secs(config.ok_ttl_secs),
             deny_ttl: Duration::from_secs(config.deny_ttl_secs),
+            refresh_ahead: Duration::from_secs(config.refresh_ahead_secs)
+                .min(Duration::from_secs(config.ok_ttl_secs) / 2),
+            jitter_percent: config.ttl_jitter_percent,
         }
     }
 
     /// An allowed key is trusted for longer than a denial, so that a key that
     /// gets fixed (credits topped up, key re-enabled) recovers quickly.
-    pub fn ttl_for(&self, verdict: &Verdict) -> Duration {
+    pub fn base_ttl(&self, verdict: &Verdict) -> Duration {
         match verdict {
             Verdict::Allowed { .. } => self.ok_ttl,
             Verdict::Unauthorized | Verdict::PaymentRequired { .. } => self.deny_ttl,
         }
     }
+
+    /// The lifetime of one entry: the base lifetime moved by up to
+    /// `jitter_percent` either way. `unit` is a random number in [0, 1).
+    pub fn ttl_for(&self, verdict: &Verdict, unit: f64) -> Duration {
+        let base = self.base_ttl(verdict);
+        let spread = base.as_secs_f64() * f64::from(self.jitter_percent) / 100.0;
+        let offset = spread * (2.0 * unit.clamp(0.0, 1.0) - 1.0);
+        Duration::from_secs_f64((base.as_secs_f64() + offset).max(0.001))
+    }
+
+    /// Whether a read at `now` should start a background refresh: only for
+    /// allowed entries inside the refresh window. Denials are not refreshed,
+    /// since keeping a denied key warm would only spend usage-check calls.
+    pub fn should_refresh(&self, entry: &CachedVerdict, now: Instant) -> bool {
+        if self.refresh_ahead.is_zero() || !matches!(entry.verdict, Verdict::Allowed { .. }) {
+            return false;
+        }
+        let expires_at = entry.stored_at + entry.ttl;
+        expires_at.saturating_duration_since(now) <= self.refresh_ahead
+    }
 }
 
 /// A cached verdict with the lifetime it was stored with.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct CachedVerdict {
     pub verdict: Verdict,
     pub ttl: Duration,
     pub stored_at: Instant,
+    /// Set by the first reader that starts a refresh, so each entry is
+    /// refreshed at most once.
+    refresh_claimed: AtomicBool,
+}
+
+impl CachedVerdict {
+    fn new(verdict: Verdict, ttl: Duration) -> Self {
+        CachedVerdict {
+            verdict,
+            ttl,
+            stored_at: Instant::now(),
+            refresh_claimed: AtomicBool::new(false),
+        }
+    }
+
+    /// Returns true for exactly one caller per entry.
+    pub fn claim_refresh(&self) -> bool {
+        !self.refresh_claimed.swap(true, Ordering::AcqRel)
+    }
+
+    fn workspace(&self) -> Option<&Workspace> {
+        match &self.verdict {
+            Verdict::Allowed { workspace } => Some(workspace),
+            Verdict::PaymentRequired { workspace, .. } => workspace.as_ref(),
+            Verdict::Unauthorized => None,
+        }
+    }
 }
 
 /// Whether a lookup was answered from the cache.
@@ -54,6 +109,14 @@ pub enum Lookup {
     Hit,
     /// This call, or one it waited on, asked the usage-check API.
     Miss,
+}
+
+/// Entry counts by outcome.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct EntryCounts {
+    pub allowed: u64,
+    pub unauthorized: u64,
+    pub payment_required: u64,
 }
 
 struct PerEntryTtl;
@@ -78,6 +141,7 @@ impl Expiry<KeyDigest, Arc<CachedVerdict>> for PerEntryTtl {
 pub struct VerdictCache {
     entries: Cache<KeyDigest, Arc<CachedVerdict>>,
     policy: CachePolicy,
+    max_entries: u64,
 }
 
 impl VerdictCache {
@@ -85,16 +149,25 @@ impl VerdictCache {
         let entries = Cache::builder()
             .max_capacity(config.max_entries)
             .expire_after(PerEntryTtl)
-            .support_invalidation_closures()
             .build();
         VerdictCache {
             entries,
             policy: CachePolicy::new(config),
+            max_entries: config.max_entries,
         }
     }
 
     pub fn policy(&self) -> CachePolicy {
         self.policy
+    }
+
+    pub fn max_entries(&self) -> u64 {
+        self.max_entries
+    }
+
+    fn entry_for(&self, verdict: Verdict) -> Arc<CachedVerdict> {
+        let ttl = self.policy.ttl_for(&verdict, rand::random::<f64>());
+        Arc::new(CachedVerdict::new(verdict, ttl))
     }
 
     /// Returns the cached verdict for `digest`, or runs `check` to get one.
@@ -112,18 +185,10 @@ impl VerdictCache {
         if let Some(cached) = self.entries.get(&digest).await {
             return (Ok(cached), Lookup::Hit);
         }
-        let policy = self.policy;
         let result = self
             .entries
             .entry(digest)
-            .or_try_insert_with(async move {
-                let verdict = check.await?;
-                Ok(Arc::new(CachedVerdict {
-                    ttl: policy.ttl_for(&verdict),
-                    verdict,
-                    stored_at: Instant::now(),
-                }))
-            })
+            .or_try_insert_with(async move { Ok(self.entry_for(check.await?)) })
             .await;
         match result {
             // Another caller may have stored the entry between the two
@@ -136,26 +201,54 @@ impl VerdictCache {
 
     /// Stores a verdict, replacing any entry for the digest.
     pub async fn insert(&self, digest: KeyDigest, verdict: Verdict) {
-        let cached = CachedVerdict {
-            ttl: self.policy.ttl_for(&verdict),
-            verdict,
-            stored_at: Instant::now(),
-        };
-        self.entries.insert(digest, Arc::new(cached)).await;
+        self.entries.insert(digest, self.entry_for(verdict)).await;
     }
 
     pub async fn get(&self, digest: &KeyDigest) -> Option<Arc<CachedVerdict>> {
         self.entries.get(digest).await
     }
 
-    pub async fn invalidate(&self, digest: &KeyDigest) {
-        self.entries.invalidate(digest).await;
+    /// Drops one entry; returns whether it was cached.
+    pub async fn invalidate(&self, digest: &KeyDigest) -> bool {
+        self.entries.remove(digest).await.is_some()
+    }
+
+    /// Drops every entry naming `workspace` and returns how many there were.
+    /// Walks the whole cache, which takes about a second per million
+    /// entries; lookups go on meanwhile.
+    pub async fn invalidate_workspace(&self, workspace: &Workspace) -> u64 {
+        let matching: Vec<Arc<KeyDigest>> = self
+            .entries
+            .iter()
+            .filter(|(_, entry)| entry.workspace() == Some(workspace))
+            .map(|(digest, _)| digest)
+            .collect();
+        let mut dropped = 0;
+        for digest in matching {
+            if self.entries.remove(&*digest).await.is_some() {
+                dropped += 1;
+            }
+        }
+        dropped
     }
 
     /// Number of entries, after pending evictions and expiries are applied.
     pub async fn entry_count(&self) -> u64 {
         self.entries.run_pending_tasks().await;
         self.entries.entry_count()
+    }
+
+    /// Counts live entries by outcome by walking the cache.
+    pub fn count_by_outcome(&self) -> EntryCounts {
+        let mut counts = EntryCounts::default();
+        for (_, entry) in self.entries.iter() {
+            match entry.verdict {
+                Verdict::Allowed { .. } => counts.allowed += 1,
+                Verdict::Unauthorized => counts.unauthorized += 1,
+                Verdict::PaymentRequired { .. } => counts.payment_required += 1,
+            }
+        }
+        counts
     }
 }
 
@@ -169,22 +262,144 @@ mod tests {
             ok_ttl_secs: ok,
             deny_ttl_secs: deny,
             max_entries: 100,
+            refresh_ahead_secs: 0,
+            ttl_jitter_percent: 0,
+        }
+    }
+
+    fn acme() -> Verdict {
+        Verdict::Allowed {
+            workspace: Workspace::parse("acme").unwrap(),
         }
     }
 
     #[test]
     fn ttl_by_outcome() {
         let policy = CachePolicy::new(&config(3600, 60));
-        let allowed = Verdict::Allowed {
-            workspace: Workspace::parse("acme").unwrap(),
-        };
         let no_credits = Verdict::PaymentRequired {
             workspace: None,
             reason: None,
         };
-        assert_eq!(policy.ttl_for(&allowed), Duration::from_secs(3600));
-        assert_eq!(policy.ttl_for(&Verdict::Unauthorized), Duration::from_secs(60));
-        assert_eq!(policy.ttl_for(&no_credits), Duration::from_secs(60));
+        assert_eq!(policy.ttl_for(&acme(), 0.3), Duration::from_secs(3600));
+        assert_eq!(
+            policy.ttl_for(&Verdict::Unauthorized, 0.9),
+            Duration::from_secs(60)
+        );
+        assert_eq!(policy.ttl_for(&no_credits, 0.0), Duration::from_secs(60));
+    }
+
+    #[test]
+    fn jitter_table() {
+        let mut cache_config = config(1000, 60);
+        cache_config.ttl_jitter_percent = 10;
+        let policy = CachePolicy::new(&cache_config);
+        // (random unit, expected seconds)
+        let rows = [
+            (0.0, 900.0),
+            (0.25, 950.0),
+            (0.5, 1000.0),
+            (0.75, 1050.0),
+            (0.999_999, 1100.0),
+        ];
+        for (unit, seconds) in rows {
+            let ttl = policy.ttl_for(&acme(), unit).as_secs_f64();
+            assert!(
+                (ttl - seconds).abs() < 0.01,
+                "unit {unit}: {ttl} s, expected {seconds} s"
+            );
+        }
+    }
+
+    #[test]
+    fn refresh_window_table() {
+        let mut cache_config = config(100, 10);
+        cache_config.refresh_ahead_secs = 20;
+        let policy = CachePolicy::new(&cache_config);
+        let secs = Duration::from_secs;
+        let entry = |verdict: Verdict, ttl: Duration| CachedVerdict::new(verdict, ttl);
+        let allowed = entry(acme(), secs(100));
+        let denied = entry(Verdict::Unauthorized, secs(10));
+        let start = allowed.stored_at;
+        // (entry, seconds after it was stored, refresh?)
+        let rows = [
+            (&allowed, 0, false),
+            (&allowed, 79, false),
+            (&allowed, 80, true),
+            (&allowed, 99, true),
+            (&allowed, 150, true),
+            (&denied, 9, false),
+        ];
+        for (entry, after, expected) in rows {
+            let now = start + secs(after);
+            assert_eq!(
+                policy.should_refresh(entry, now),
+                expected,
+                "{:?} at +{after}s",
+                entry.verdict
+            );
+        }
+        let mut off = cache_config.clone();
+        off.refresh_ahead_secs = 0;
+        assert!(!CachePolicy::new(&off).should_refresh(&allowed, start + secs(99)));
+    }
+
+    #[test]
+    fn refresh_window_is_capped_at_half_the_lifetime() {
+        let mut cache_config = config(10, 5);
+        cache_config.refresh_ahead_secs = 300;
+        assert_eq!(
+            CachePolicy::new(&cache_config).refresh_ahead,
+            Duration::from_secs(5)
+        );
+    }
+
+    #[test]
+    fn refresh_is_claimed_once() {
+        let entry = CachedVerdict::new(acme(), Duration::from_secs(1));
+        assert!(entry.claim_refresh());
+        assert!(!entry.claim_refresh());
+    }
+
+    #[tokio::test]
+    async fn workspace_invalidation_is_scoped() {
+        let cache = VerdictCache::new(&config(60, 60));
+        let other = Verdict::Allowed {
+            workspace: Workspace::parse("other").unwrap(),
+        };
+        let broke = Verdict::PaymentRequired {
+            workspace: Workspace::parse("acme"),
+            reason: None,
+        };
+        cache.insert(KeyDigest::of("a1"), acme()).await;
+        cache.insert(KeyDigest::of("a2"), acme()).await;
+        cache.insert(KeyDigest::of("a3"), broke).await;
+        cache.insert(KeyDigest::of("o1"), other).await;
+        cache.insert(KeyDigest::of("u1"), Verdict::Unauthorized).await;
+
+        let dropped = cache
+            .invalidate_workspace(&Workspace::parse("acme").unwrap())
+            .await;
+        assert_eq!(dropped, 3);
+        for key in ["a1", "a2", "a3"] {
+            assert!(
+                cache.get(&KeyDigest::of(key)).await.is_none(),
+                "{key} still cached"
+            );
+        }
+        for key in ["o1", "u1"] {
+            assert!(
+                cache.get(&KeyDigest::of(key)).await.is_some(),
+                "{key} was dropped"
+            );
+        }
+        assert_eq!(
+            cache.count_by_outcome(),
+            EntryCounts {
+                allowed: 1,
+                unauthorized: 1,
+                payment_required: 0
+            }
+        );
     }
 
     #[tokio::test]

@@ -4,7 +4,7 @@
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
@@ -13,6 +13,9 @@ use serde::{Deserialize, Serialize};
 /// Prefix of the environment variables that override the file; `__` separates
 /// the section from the key, as in `USAGE_AUTHZ_CACHE__OK_TTL_SECS`.
 pub const ENV_PREFIX: &str = "USAGE_AUTHZ_";
+
+/// Environment variable of the admin token, read as a raw string.
+pub const ADMIN_TOKEN_ENV: &str = "USAGE_AUTHZ_ADMIN__TOKEN";
 
 /// The platform's public usage-check endpoint; tests and demos override it.
 pub const DEFAULT_USAGE_CHECK_URL: &str = "https://api.roboflow.com/serverless/usage-check";
@@ -27,6 +30,7 @@ pub struct Config {
     pub keys: KeysConfig,
     pub headers: HeadersConfig,
     pub log: LogConfig,
+    pub admin: AdminConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -34,6 +38,9 @@ pub struct Config {
 pub struct ServerConfig {
     /// Address of the gRPC listener serving `Authorization/Check` and health.
     pub grpc_addr: SocketAddr,
+    /// Address of the HTTP listener serving `/metrics`, `/healthz` and
+    /// `/readyz`.
+    pub metrics_addr: SocketAddr,
     /// Upper bound, in seconds, on draining in-flight checks after SIGTERM.
     pub shutdown_grace_secs: u64,
 }
@@ -58,6 +65,14 @@ pub struct CacheConfig {
     pub deny_ttl_secs: u64,
     /// Maximum number of cached keys; the least useful are evicted past it.
     pub max_entries: u64,
+    /// An allowed verdict read this many seconds or less before it expires
+    /// starts one background usage check; 0 turns refresh-ahead off. The
+    /// window is capped at half of `ok_ttl_secs`, so a short lifetime does
+    /// not turn every read into a refresh.
+    pub refresh_ahead_secs: u64,
+    /// Each lifetime is spread by up to this many percent either way, so
+    /// verdicts cached together do not expire together.
+    pub ttl_jitter_percent: u8,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -95,6 +110,44 @@ pub struct LogConfig {
     pub format: LogFormat,
 }
 
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Address of the admin gRPC listener (cache invalidation, statistics).
+    pub addr: SocketAddr,
+    /// Bearer token every admin call must carry. Never serialized, so it
+    /// stays out of the start-up log line.
+    #[serde(skip_serializing)]
+    pub token: Option<AdminToken>,
+    /// File whose content (trimmed) is the admin token; an alternative to
+    /// `token` for secrets mounted as files.
+    pub token_file: Option<PathBuf>,
+}
+
+/// The admin bearer token. Its `Debug` is redacted.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct AdminToken(String);
+
+impl AdminToken {
+    pub fn new(token: impl Into<String>) -> Self {
+        AdminToken(token.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AdminToken(<redacted>)")
+    }
+}
+
+/// Shortest admin token accepted, in bytes.
+pub const MIN_ADMIN_TOKEN_LEN: usize = 16;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -112,6 +165,7 @@ impl Default for Config {
             keys: KeysConfig::default(),
             headers: HeadersConfig::default(),
             log: LogConfig::default(),
+            admin: AdminConfig::default(),
         }
     }
 }
@@ -120,6 +174,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             grpc_addr: SocketAddr::from(([0, 0, 0, 0], 9001)),
+            metrics_addr: SocketAddr::from(([0, 0, 0, 0], 9002)),
             shutdown_grace_secs: 10,
         }
     }
@@ -141,6 +196,8 @@ impl Default for CacheConfig {
             ok_ttl_secs: 3600,
             deny_ttl_secs: 60,
             max_entries: 1_000_000,
+            refresh_ahead_secs: 300,
+            ttl_jitter_percent: 10,
         }
     }
 }
@@ -185,11 +242,42 @@ impl Default for HeadersConfig {
     }
 }
 
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            addr: SocketAddr::from(([127, 0, 0, 1], 9003)),
+            token: None,
+            token_file: None,
+        }
+    }
+}
+
 impl Default for LogConfig {
     fn default() -> Self {
         LogConfig {
             format: LogFormat::Text,
         }
+    }
+}
+
+impl AdminConfig {
+    /// Reads `token_file` into `token`. Setting both is an error, because
+    /// it is unclear which one the operator meant.
+    fn resolve_token_file(&mut self) -> Result<(), String> {
+        let Some(path) = &self.token_file else {
+            return Ok(());
+        };
+        if self.token.is_some() {
+            return Err("admin.token and admin.token_file are both set; keep one".to_string());
+        }
+        let text = std::fs::read_to_string(path).map_err(|error| {
+            format!(
+                "admin.token_file = {}: cannot read the file ({error})",
+                path.display()
+            )
+        })?;
+        self.token = Some(AdminToken(text.trim().to_string()));
+        Ok(())
     }
 }
 
@@ -215,12 +303,20 @@ impl Config {
     /// Loads the configuration from an optional TOML file and the process
     /// environment, then validates it.
     pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
-        Self::load_from(file, Env::prefixed(ENV_PREFIX).split("__"))
+        Self::load_from(
+            file,
+            Env::prefixed(ENV_PREFIX).split("__"),
+            std::env::var(ADMIN_TOKEN_ENV).ok(),
+        )
     }
 
-    /// Loads the configuration with an explicit environment provider, so
-    /// tests need not touch the process environment.
-    pub fn load_from(file: Option<&Path>, env: Env) -> Result<Config, ConfigError> {
+    /// Loads the configuration with an explicit environment provider and
+    /// admin token variable, so tests need not touch the process environment.
+    pub fn load_from(
+        file: Option<&Path>,
+        env: Env,
+        env_token: Option<String>,
+    ) -> Result<Config, ConfigError> {
         let mut figment = Figment::from(Serialized::defaults(Config::default()));
         if let Some(path) = file {
             // Figment treats a missing file as empty; a named file that is
@@ -235,12 +331,23 @@ impl Config {
             }
             figment = figment.merge(Toml::file_exact(path));
         }
-        figment = figment.merge(env);
+        // Figment parses environment values as TOML-like literals, so an
+        // all-digit token would arrive as a number; the token is read raw.
+        figment = figment.merge(env.ignore(&["admin.token"]));
+        if let Some(token) = env_token {
+            figment = figment.merge(Serialized::default("admin.token", token));
+        }
 
-        let config: Config = figment.extract().map_err(|err| ConfigError {
+        let mut config: Config = figment.extract().map_err(|err| ConfigError {
             problems: err.into_iter().map(|e| e.to_string()).collect(),
         })?;
-        let problems = config.validate();
+        let mut problems = config
+            .admin
+            .resolve_token_file()
+            .err()
+            .into_iter()
+            .collect::<Vec<_>>();
+        problems.extend(config.validate());
         if problems.is_empty() {
             Ok(config)
         } else {
@@ -297,6 +404,13 @@ impl Config {
             "cache.deny_ttl_secs must be at least 1 (seconds)".to_string(),
         );
         check(
+            self.cache.ttl_jitter_percent <= 50,
+            format!(
+                "cache.ttl_jitter_percent = {} is above the limit of 50",
+                self.cache.ttl_jitter_percent
+            ),
+        );
+        check(
             !self.routes.auth_methods.is_empty(),
             "routes.auth_methods is empty, which would let every request through unchecked; list at least one method".to_string(),
         );
@@ -340,6 +454,21 @@ impl Config {
                 self.headers.workspace
             ),
         );
+        match &self.admin.token {
+            Some(token) => check(
+                token.expose().len() >= MIN_ADMIN_TOKEN_LEN,
+                format!(
+                    "admin.token is shorter than {MIN_ADMIN_TOKEN_LEN} bytes; use a random token, e.g. `openssl rand -hex 32`"
+                ),
+            ),
+            None => check(
+                self.admin.addr.ip().is_loopback(),
+                format!(
+                    "admin.addr = {} is not a loopback address and no admin token is set; set admin.token or admin.token_file, or bind admin.addr to 127.0.0.1",
+                    self.admin.addr
+                ),
+            ),
+        }
         problems
     }
 

@@ -17,14 +17,24 @@
 //!   the request into a [`decision::Decision`].
 //! - [`response`] renders a decision as Envoy's `CheckResponse`.
 //! - [`service`] is the gRPC `Authorization` implementation wiring them up.
-//! - [`server`] binds the gRPC surface (Check and health) and drains it on
-//!   shutdown; [`config`], [`cli`] and [`telemetry`] are start-up.
+//! - [`server`] binds the listeners (Check and health, metrics, admin) and
+//!   drains them on shutdown; [`config`], [`cli`] and [`telemetry`] are
+//!   start-up.
+//!
+//! Around the request path: [`metrics`] counts decisions, cache lookups and
+//! usage-check calls; [`http_endpoints`] serves them with the probes;
+//! [`admin`] invalidates cache entries on request, and [`admin_cli`] is its
+//! command-line client.
 
+pub mod admin;
+pub mod admin_cli;
 pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod decision;
+pub mod http_endpoints;
 pub mod keys;
+pub mod metrics;
 pub mod request;
 pub mod response;
 pub mod routes;

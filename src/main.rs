@@ -1,13 +1,10 @@
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::time::Duration;
 
 use clap::Parser;
-use usage_authz::cli::Cli;
+use usage_authz::cli::{Cli, Command};
 use usage_authz::config::Config;
-use usage_authz::server;
-use usage_authz::service::Authorizer;
-use usage_authz::telemetry;
+use usage_authz::server::{self, Listeners};
+use usage_authz::{admin_cli, telemetry};
 
 /// Exit code for a configuration error (EX_CONFIG from sysexits.h).
 const EXIT_CONFIG: u8 = 78;
@@ -21,16 +18,26 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    telemetry::init(config.log.format);
-
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {
-            tracing::error!(%error, "failed to start the async runtime");
+            eprintln!("usage-authz: failed to start the async runtime: {error}");
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(config)) {
+
+    if let Some(Command::Admin(args)) = cli.command {
+        return match runtime.block_on(admin_cli::run(args, &config)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("usage-authz admin: {error:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+
+    telemetry::init(config.log.format);
+    match runtime.block_on(serve(config)) {
         Ok(()) => {
             tracing::info!("stopped");
             ExitCode::SUCCESS
@@ -42,27 +49,15 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(config: Config) -> anyhow::Result<()> {
-    let authorizer = Arc::new(Authorizer::new(&config)?);
-    let listener = tokio::net::TcpListener::bind(config.server.grpc_addr)
-        .await
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "cannot listen on server.grpc_addr {}: {e}",
-                config.server.grpc_addr
-            )
-        })?;
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let listeners = Listeners::bind(&config).await?;
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
-        grpc.addr = %listener.local_addr()?,
+        grpc.addr = %listeners.grpc.local_addr()?,
+        metrics.addr = %listeners.metrics.local_addr()?,
+        admin.addr = %listeners.admin.local_addr()?,
         config = %config.to_log_string(),
         "usage-authz listening"
     );
-    server::serve_grpc(
-        listener,
-        authorizer,
-        Duration::from_secs(config.server.shutdown_grace_secs),
-        server::shutdown_signal(),
-    )
-    .await
+    server::run(listeners, &config, server::shutdown_signal()).await
 }

@@ -1,5 +1,7 @@
-//! The gRPC listener: `Authorization/Check` and `grpc.health.v1.Health` on
-//! one port, with a bounded graceful drain on shutdown.
+//! The listeners and their lifecycle: `Authorization/Check` and
+//! `grpc.health.v1.Health` on the gRPC port, metrics and probes on the HTTP
+//! port, the admin API on its own port, and a bounded graceful drain on
+//! shutdown.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -11,7 +13,92 @@ use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
+use crate::admin::{
+    AdminService, TokenCheck, pb::FILE_DESCRIPTOR_SET, pb::cache_admin_server::CacheAdminServer,
+};
+use crate::config::Config;
+use crate::http_endpoints::{Readiness, serve_http};
+use crate::metrics::Metrics;
 use crate::service::{Authorizer, AuthzService};
+
+/// The three bound listeners. Binding is left to the caller so that tests
+/// can pass `127.0.0.1:0` listeners and read their ports.
+pub struct Listeners {
+    pub grpc: TcpListener,
+    pub metrics: TcpListener,
+    pub admin: TcpListener,
+}
+
+impl Listeners {
+    /// Binds the addresses of the configuration; errors name the key.
+    pub async fn bind(config: &Config) -> anyhow::Result<Listeners> {
+        let bind = |key: &'static str, addr: std::net::SocketAddr| async move {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|error| anyhow::anyhow!("cannot listen on {key} = {addr}: {error}"))
+        };
+        Ok(Listeners {
+            grpc: bind("server.grpc_addr", config.server.grpc_addr).await?,
+            metrics: bind("server.metrics_addr", config.server.metrics_addr).await?,
+            admin: bind("admin.addr", config.admin.addr).await?,
+        })
+    }
+}
+
+/// Runs every listener until `shutdown` completes, then drains the gRPC
+/// listener for at most `server.shutdown_grace_secs`.
+pub async fn run(
+    listeners: Listeners,
+    config: &Config,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let metrics = Arc::new(Metrics::new());
+    let authorizer = Arc::new(Authorizer::new(config, metrics)?);
+    let readiness = Readiness::default();
+
+    let http_task = tokio::spawn(serve_http(
+        listeners.metrics,
+        Arc::clone(&authorizer),
+        readiness.clone(),
+    ));
+    let admin_task = tokio::spawn(serve_admin(
+        listeners.admin,
+        Arc::clone(&authorizer),
+        TokenCheck::new(config.admin.token.as_ref()),
+    ));
+    if config.admin.token.is_none() {
+        tracing::warn!(admin.addr = %config.admin.addr, "admin API has no token; any local process can invalidate cache entries");
+    }
+
+    let grace = Duration::from_secs(config.server.shutdown_grace_secs);
+    let result = serve_grpc(listeners.grpc, authorizer, grace, readiness, shutdown).await;
+    http_task.abort();
+    admin_task.abort();
+    result
+}
+
+/// Serves the admin API, with reflection, until the task is dropped.
+async fn serve_admin(
+    listener: TcpListener,
+    authorizer: Arc<Authorizer>,
+    token: TokenCheck,
+) -> anyhow::Result<()> {
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let result = tonic::transport::Server::builder()
+        .layer(tonic::service::InterceptorLayer::new(move |request| {
+            token.check(request)
+        }))
+        .add_service(CacheAdminServer::new(AdminService::new(authorizer)))
+        .add_service(reflection)
+        .serve_with_incoming(TcpIncoming::from(listener))
+        .await;
+    if let Err(error) = &result {
+        tracing::error!(%error, "admin listener stopped");
+    }
+    Ok(result?)
+}
 
 /// Health service name of the Check API, as Envoy's gRPC health checks and
 /// `grpc_health_probe -service` name it.
@@ -24,10 +111,12 @@ pub async fn serve_grpc(
     listener: TcpListener,
     authorizer: Arc<Authorizer>,
     grace: Duration,
+    readiness: Readiness,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let (health, health_service) = tonic_health::server::health_reporter();
     set_health(&health, ServingStatus::Serving).await;
+    readiness.set(true);
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     // Check calls are small and latency-bound, so Nagle's delay would only
@@ -50,6 +139,7 @@ pub async fn serve_grpc(
         grace_secs = grace.as_secs_f64(),
         "shutting down: health is NOT_SERVING, draining in-flight checks"
     );
+    readiness.set(false);
     set_health(&health, ServingStatus::NotServing).await;
     let _ = stop_tx.send(());
     match tokio::time::timeout(grace, serving).await {

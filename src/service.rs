@@ -3,19 +3,20 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use envoy_types::ext_authz::v3::pb::{Authorization, CheckRequest, CheckResponse};
 use tonic::{Request, Response, Status};
 
-use crate::cache::{Lookup, VerdictCache};
+use crate::cache::{CachedVerdict, Lookup, VerdictCache};
 use crate::config::Config;
 use crate::decision::{self, Decision, Denial, Gate};
-use crate::keys::KeyRules;
+use crate::keys::{ApiKey, KeyDigest, KeyRules};
+use crate::metrics::{Metrics, ResultLabels};
 use crate::request::HttpView;
 use crate::response::Renderer;
 use crate::routes::RouteRules;
-use crate::usage_check::{NoObserver, UsageCheckClient};
+use crate::usage_check::UsageCheckClient;
 
 /// Everything a check needs, shared by all connections.
 pub struct Authorizer {
@@ -24,17 +25,19 @@ pub struct Authorizer {
     renderer: Renderer,
     cache: VerdictCache,
     client: UsageCheckClient,
+    metrics: Arc<Metrics>,
     backend_warnings: RateLimitedWarning,
 }
 
 impl Authorizer {
-    pub fn new(config: &Config) -> anyhow::Result<Self> {
+    pub fn new(config: &Config, metrics: Arc<Metrics>) -> anyhow::Result<Self> {
         Ok(Authorizer {
             routes: RouteRules::new(&config.routes),
             keys: KeyRules::new(&config.keys),
             renderer: Renderer::new(config),
             cache: VerdictCache::new(&config.cache),
             client: UsageCheckClient::new(&config.usage_check)?,
+            metrics,
             backend_warnings: RateLimitedWarning::default(),
         })
     }
@@ -43,9 +46,26 @@ impl Authorizer {
         &self.cache
     }
 
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Decides one request and records it in the metrics.
+    pub async fn check(self: &Arc<Self>, request: &CheckRequest) -> CheckResponse {
+        let started = Instant::now();
+        self.metrics.checks_in_flight.inc();
+        let decision = self.decide(request).await;
+        self.metrics.checks_in_flight.dec();
+        self.metrics.record_decision(&decision, started.elapsed());
+        if let Decision::Denied(denial) = &decision {
+            tracing::debug!(reason = denial.reason(), "request denied");
+        }
+        self.renderer.render(&decision)
+    }
+
     /// Decides one request: exemption and key checks first, then the cache,
     /// then the usage-check API.
-    pub async fn decide(&self, request: &CheckRequest) -> Decision {
+    pub async fn decide(self: &Arc<Self>, request: &CheckRequest) -> Decision {
         let view = HttpView::of(request);
         let (key, channel) = match decision::gate(&view, &self.routes, &self.keys) {
             Gate::Decided(decision) => return decision,
@@ -55,10 +75,17 @@ impl Authorizer {
         let digest = key.digest();
         let (result, lookup) = self
             .cache
-            .get_or_check(digest, async { self.client.check(&key, &NoObserver).await })
+            .get_or_check(digest, async {
+                self.client.check(&key, self.metrics.as_ref()).await
+            })
             .await;
+        self.metrics
+            .record_lookup(lookup, result.as_ref().ok().map(|cached| &cached.verdict));
         match result {
             Ok(cached) => {
+                if lookup == Lookup::Hit {
+                    self.refresh_if_due(&cached, &key, digest);
+                }
                 tracing::debug!(
                     key.fingerprint = %digest.fingerprint(),
                     key.channel = channel.as_str(),
@@ -83,8 +110,45 @@ impl Authorizer {
         }
     }
 
-    pub fn render(&self, decision: &Decision) -> CheckResponse {
-        self.renderer.render(decision)
+    /// Starts one background usage check when an allowed entry nears its
+    /// expiry. Callers keep the cached answer meanwhile; a failed refresh
+    /// leaves the old entry to expire on time.
+    fn refresh_if_due(self: &Arc<Self>, cached: &CachedVerdict, key: &ApiKey, digest: KeyDigest) {
+        if !self.cache.policy().should_refresh(cached, Instant::now()) || !cached.claim_refresh() {
+            return;
+        }
+        let authorizer = Arc::clone(self);
+        let key = key.clone();
+        tokio::spawn(async move {
+            match authorizer.client.check(&key, authorizer.metrics.as_ref()).await {
+                Ok(verdict) => {
+                    tracing::debug!(
+                        key.fingerprint = %digest.fingerprint(),
+                        outcome = verdict.outcome(),
+                        "refreshed verdict ahead of expiry"
+                    );
+                    authorizer.cache.insert(digest, verdict).await;
+                    authorizer
+                        .metrics
+                        .cache_refreshes
+                        .get_or_create(&ResultLabels { result: "replaced" })
+                        .inc();
+                }
+                Err(error) => {
+                    tracing::warn!(
+                        error = %error,
+                        error.kind = error.kind(),
+                        key.fingerprint = %digest.fingerprint(),
+                        "refresh ahead of expiry failed; the cached verdict expires as scheduled"
+                    );
+                    authorizer
+                        .metrics
+                        .cache_refreshes
+                        .get_or_create(&ResultLabels { result: "failed" })
+                        .inc();
+                }
+            }
+        });
     }
 }
 
@@ -103,11 +167,7 @@ impl AuthzService {
 #[tonic::async_trait]
 impl Authorization for AuthzService {
     async fn check(&self, request: Request<CheckRequest>) -> Result<Response<CheckResponse>, Status> {
-        let decision = self.authorizer.decide(request.get_ref()).await;
-        if let Decision::Denied(denial) = &decision {
-            tracing::debug!(reason = denial.reason(), "request denied");
-        }
-        Ok(Response::new(self.authorizer.render(&decision)))
+        Ok(Response::new(self.authorizer.check(request.get_ref()).await))
     }
 }
 

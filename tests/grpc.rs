@@ -14,6 +14,8 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use usage_authz::config::Config;
+use usage_authz::http_endpoints::Readiness;
+use usage_authz::metrics::Metrics;
 use usage_authz::server::serve_grpc;
 use usage_authz::service::Authorizer;
 use wiremock::matchers::{method, path, query_param};
@@ -31,12 +33,18 @@ impl TestServer {
     async fn start(config: Config) -> TestServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let authorizer = Arc::new(Authorizer::new(&config).unwrap());
+        let authorizer = Arc::new(Authorizer::new(&config, Arc::new(Metrics::new())).unwrap());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let grace = Duration::from_secs(config.server.shutdown_grace_secs);
-        let task = tokio::spawn(serve_grpc(listener, authorizer, grace, async {
-            let _ = stopped.await;
-        }));
+        let task = tokio::spawn(serve_grpc(
+            listener,
+            authorizer,
+            grace,
+            Readiness::default(),
+            async {
+                let _ = stopped.await;
+            },
+        ));
         TestServer {
             addr,
             stop: Some(stop),
@@ -65,6 +73,9 @@ fn config_for(mock: &MockServer) -> Config {
     let mut config = Config::default();
     config.usage_check.url = format!("{}{CHECK_PATH}", mock.uri());
     config.usage_check.timeout_ms = 500;
+    // Exact lifetimes, so the expiry tests can count calls.
+    config.cache.ttl_jitter_percent = 0;
+    config.cache.refresh_ahead_secs = 0;
     config
 }
 

@@ -7,12 +7,12 @@ use super::*;
 fn load_toml(text: &str) -> Result<Config, ConfigError> {
     let mut file = tempfile::NamedTempFile::new().unwrap();
     file.write_all(text.as_bytes()).unwrap();
-    Config::load_from(Some(file.path()), Env::prefixed("USAGE_AUTHZ_TEST_UNUSED_"))
+    Config::load_from(Some(file.path()), Env::prefixed("USAGE_AUTHZ_TEST_UNUSED_"), None)
 }
 
 #[test]
 fn defaults_without_a_file() {
-    let config = Config::load_from(None, Env::prefixed("USAGE_AUTHZ_TEST_UNUSED_")).unwrap();
+    let config = Config::load_from(None, Env::prefixed("USAGE_AUTHZ_TEST_UNUSED_"), None).unwrap();
     assert_eq!(config, Config::default());
     assert_eq!(config.usage_check.timeout_ms, 1500);
     assert_eq!(config.cache.max_entries, 1_000_000);
@@ -92,6 +92,7 @@ fn missing_file_is_an_error() {
     let error = Config::load_from(
         Some(Path::new("/nonexistent/usage-authz.toml")),
         Env::prefixed("USAGE_AUTHZ_TEST_UNUSED_"),
+        None,
     )
     .unwrap_err();
     assert!(error.to_string().contains("/nonexistent/usage-authz.toml"));
@@ -114,4 +115,60 @@ fn log_string_hides_url_credentials() {
     let shown = config.to_log_string();
     assert!(!shown.contains("pass"), "{shown}");
     assert!(shown.contains("example.com/check"));
+}
+
+#[test]
+fn numeric_admin_token_from_environment_stays_text() {
+    Jail::expect_with(|jail| {
+        jail.set_env("USAGE_AUTHZ_ADMIN__TOKEN", "12345678901234567890");
+        let config = Config::load(None).unwrap();
+        assert_eq!(config.admin.token.unwrap().expose(), "12345678901234567890");
+        Ok(())
+    });
+}
+
+#[test]
+fn admin_token_from_file() {
+    Jail::expect_with(|jail| {
+        jail.create_file("token", "file-token-0123456789\n")?;
+        jail.create_file(
+            "c.toml",
+            "[admin]\ntoken_file = \"token\"\naddr = \"0.0.0.0:9003\"\n",
+        )?;
+        let config = Config::load(Some(Path::new("c.toml"))).unwrap();
+        assert_eq!(config.admin.token.unwrap().expose(), "file-token-0123456789");
+        Ok(())
+    });
+}
+
+#[test]
+fn admin_token_rules() {
+    let rows = [
+        (
+            "[admin]\naddr = \"0.0.0.0:9003\"\n",
+            Some("admin.addr = 0.0.0.0:9003"),
+        ),
+        ("[admin]\naddr = \"127.0.0.1:9003\"\n", None),
+        ("[admin]\naddr = \"[::1]:9003\"\n", None),
+        (
+            "[admin]\naddr = \"0.0.0.0:9003\"\ntoken = \"0123456789abcdef\"\n",
+            None,
+        ),
+        ("[admin]\ntoken = \"short\"\n", Some("admin.token is shorter")),
+        (
+            "[admin]\ntoken = \"0123456789abcdef\"\ntoken_file = \"/etc/hostname\"\n",
+            Some("both set"),
+        ),
+        (
+            "[admin]\ntoken_file = \"/nonexistent/token\"\n",
+            Some("admin.token_file"),
+        ),
+    ];
+    for (toml, expected) in rows {
+        match (load_toml(toml), expected) {
+            (Ok(_), None) => {}
+            (Err(error), Some(text)) => assert!(error.to_string().contains(text), "{toml:?}: {error}"),
+            (result, _) => panic!("{toml:?}: unexpected {result:?}"),
+        }
+    }
 }
