@@ -37,9 +37,11 @@ pub struct Config {
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
     /// Address of the gRPC listener serving `Authorization/Check` and health.
+    #[serde(deserialize_with = "socket_addr")]
     pub grpc_addr: SocketAddr,
     /// Address of the HTTP listener serving `/metrics`, `/healthz` and
     /// `/readyz`.
+    #[serde(deserialize_with = "socket_addr")]
     pub metrics_addr: SocketAddr,
     /// Upper bound, in seconds, on draining in-flight checks after SIGTERM.
     pub shutdown_grace_secs: u64,
@@ -114,6 +116,7 @@ pub struct LogConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct AdminConfig {
     /// Address of the admin gRPC listener (cache invalidation, statistics).
+    #[serde(deserialize_with = "socket_addr")]
     pub addr: SocketAddr,
     /// Bearer token every admin call must carry. Never serialized, so it
     /// stays out of the start-up log line.
@@ -279,6 +282,16 @@ impl AdminConfig {
         self.token = Some(AdminToken(text.trim().to_string()));
         Ok(())
     }
+}
+
+/// Parses an `IP:PORT` address, naming the rejected text in the error.
+fn socket_addr<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<SocketAddr, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    text.parse().map_err(|_| {
+        serde::de::Error::custom(format!(
+            "invalid socket address {text:?}: expected IP:PORT such as 0.0.0.0:9001 or [::1]:9001 (host names are not resolved)"
+        ))
+    })
 }
 
 /// Every problem found while loading the configuration, one per line.
