@@ -1,6 +1,6 @@
 //! `usage-authz admin …`: a client for the admin API of a running instance.
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::net::SocketAddr;
 
 use tonic::Request;
@@ -14,7 +14,18 @@ use crate::keys::KeyDigest;
 
 /// Runs one admin command and prints its result on standard output.
 pub async fn run(args: AdminArgs, config: &Config) -> anyhow::Result<()> {
-    let addr = connect_addr(args.addr.unwrap_or(config.admin.addr));
+    let output = execute(args, config).await?;
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(output.as_bytes()).and_then(|()| stdout.flush()) {
+        // A reader that stops early (`| head -1`) is not an error of ours.
+        Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
+    }
+}
+
+/// Calls the admin API and returns the text to print.
+async fn execute(args: AdminArgs, config: &Config) -> anyhow::Result<String> {
+    let addr = args.addr.unwrap_or_else(|| connect_addr(config.admin.addr).to_string());
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
         .connect_timeout(std::time::Duration::from_secs(5))
         .connect()
@@ -48,7 +59,7 @@ pub async fn run(args: AdminArgs, config: &Config) -> anyhow::Result<()> {
                 "refreshes_total": stats.refreshes_total,
                 "invalidations_total": stats.invalidations_total,
             });
-            println!("{}", serde_json::to_string_pretty(&json)?);
+            Ok(format!("{}\n", serde_json::to_string_pretty(&json)?))
         }
         AdminAction::Invalidate(target) => {
             if let Some(workspace) = target.workspace {
@@ -58,11 +69,8 @@ pub async fn run(args: AdminArgs, config: &Config) -> anyhow::Result<()> {
                     })
                     .await?
                     .into_inner();
-                println!(
-                    "workspace {workspace}: {} cached verdicts dropped",
-                    response.invalidated
-                );
-                return Ok(());
+                let noun = if response.invalidated == 1 { "verdict" } else { "verdicts" };
+                return Ok(format!("workspace {workspace}: {} cached {noun} dropped\n", response.invalidated));
             }
             let digest = match (target.key, target.key_sha256) {
                 (Some(key), _) => KeyDigest::of(&read_key(key)?),
@@ -81,10 +89,9 @@ pub async fn run(args: AdminArgs, config: &Config) -> anyhow::Result<()> {
             } else {
                 "was not cached"
             };
-            println!("key {}…: {state}", digest.fingerprint());
+            Ok(format!("key {}…: {state}\n", digest.fingerprint()))
         }
     }
-    Ok(())
 }
 
 /// `-` reads the key from standard input, which keeps it out of the process

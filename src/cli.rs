@@ -1,6 +1,5 @@
 //! Command-line interface.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
@@ -28,9 +27,10 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct AdminArgs {
-    /// Admin address to call instead of admin.addr, e.g. 10.0.3.7:9003.
+    /// Admin address to call instead of admin.addr, e.g. 10.0.3.7:9003 or
+    /// usage-authz-0.usage-authz-admin:9003 (host names are resolved).
     #[arg(long, value_name = "HOST:PORT")]
-    pub addr: Option<SocketAddr>,
+    pub addr: Option<String>,
 
     #[command(subcommand)]
     pub action: AdminAction,
@@ -48,7 +48,8 @@ pub enum AdminAction {
 #[group(required = true, multiple = false)]
 pub struct InvalidateTarget {
     /// The API key, or `-` to read it from standard input. It is hashed
-    /// locally; only its SHA-256 is sent.
+    /// locally; only its SHA-256 is sent. Prefer `-`: a key given here shows
+    /// in the process list and the shell history.
     #[arg(long, value_name = "KEY")]
     pub key: Option<String>,
 

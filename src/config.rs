@@ -205,6 +205,14 @@ impl Default for CacheConfig {
     }
 }
 
+impl CacheConfig {
+    /// The refresh window actually used: `refresh_ahead_secs`, capped at half
+    /// of `ok_ttl_secs`.
+    pub fn effective_refresh_ahead_secs(&self) -> u64 {
+        self.refresh_ahead_secs.min(self.ok_ttl_secs / 2)
+    }
+}
+
 impl Default for RoutesConfig {
     fn default() -> Self {
         let strings = |items: &[&str]| items.iter().map(|s| s.to_string()).collect();
@@ -284,6 +292,47 @@ impl AdminConfig {
     }
 }
 
+/// Rewrites a figment error in the terms an operator uses: the dotted key,
+/// the environment variable or file it came from, and what is expected.
+fn describe(error: &figment::Error) -> String {
+    use figment::error::Kind;
+
+    let key = error.path.join(".").to_lowercase();
+    let origin = match error.metadata.as_ref() {
+        Some(metadata) if metadata.name.contains("environment") => {
+            format!(" (environment variable {ENV_PREFIX}{})", key.replace('.', "__").to_uppercase())
+        }
+        Some(metadata) => match &metadata.source {
+            Some(figment::Source::File(path)) => format!(" (in {})", path.display()),
+            _ => String::new(),
+        },
+        None => String::new(),
+    };
+    let problem = match &error.kind {
+        Kind::InvalidType(actual, expected) => format!("found {actual}, expected {}", plain_type(expected)),
+        Kind::InvalidValue(actual, expected) => format!("found {actual}, expected {}", plain_type(expected)),
+        Kind::UnknownField(field, known) => {
+            format!("unknown key {field:?}; the keys of this section are {}", known.join(", "))
+        }
+        Kind::UnknownVariant(value, known) => format!("unknown value {value:?}; expected one of {}", known.join(", ")),
+        other => other.to_string(),
+    };
+    if key.is_empty() {
+        format!("{problem}{origin}")
+    } else {
+        format!("{key}: {problem}{origin}")
+    }
+}
+
+/// Names serde's expected types in configuration terms.
+fn plain_type(expected: &str) -> String {
+    match expected {
+        "u8" | "u16" | "u32" | "u64" | "usize" => "a whole number, 0 or more".to_string(),
+        "a sequence" => "a list, e.g. [\"GET\", \"POST\"] in TOML or '[GET, POST]' in the environment".to_string(),
+        other => other.to_string(),
+    }
+}
+
 /// Parses an `IP:PORT` address, naming the rejected text in the error.
 fn socket_addr<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<SocketAddr, D::Error> {
     let text = String::deserialize(deserializer)?;
@@ -352,7 +401,7 @@ impl Config {
         }
 
         let mut config: Config = figment.extract().map_err(|err| ConfigError {
-            problems: err.into_iter().map(|e| e.to_string()).collect(),
+            problems: err.into_iter().map(|e| describe(&e)).collect(),
         })?;
         let mut problems = config
             .admin
@@ -485,10 +534,11 @@ impl Config {
         problems
     }
 
-    /// Renders the configuration for the start-up log line, with any
-    /// credentials in the usage-check URL removed.
+    /// Renders the configuration for the start-up log line: the values in
+    /// effect, with any credentials in the usage-check URL removed.
     pub fn to_log_string(&self) -> String {
         let mut shown = self.clone();
+        shown.cache.refresh_ahead_secs = self.cache.effective_refresh_ahead_secs();
         if let Ok(mut url) = url::Url::parse(&shown.usage_check.url) {
             if !url.username().is_empty() || url.password().is_some() {
                 let _ = url.set_username("");

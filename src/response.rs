@@ -36,6 +36,7 @@ pub struct Renderer {
     workspace_header: String,
     query_param: String,
     body_field: String,
+    max_key_length: usize,
 }
 
 impl Renderer {
@@ -44,6 +45,7 @@ impl Renderer {
             workspace_header: config.headers.workspace.clone(),
             query_param: config.keys.query_param.clone(),
             body_field: config.keys.body_field.clone(),
+            max_key_length: config.keys.max_length,
         }
     }
 
@@ -99,7 +101,7 @@ impl Renderer {
         {
             headers.push(self.workspace_header(workspace));
         }
-        let body = serde_json::json!({ "status": http_status as i32, "message": message }).to_string();
+        let body = json_body(http_status as i32, &message);
 
         CheckResponse {
             status: Some(rpc::Status {
@@ -128,13 +130,30 @@ impl Renderer {
                 "Ambiguous api_key: the request carries more than one key in its {} channel. Send exactly one.",
                 channel.as_str()
             ),
-            _ => UNAUTHORIZED_MESSAGE.to_string(),
+            KeyError::Empty(channel) => format!("Invalid api_key: the key in the {} channel is empty.", channel.as_str()),
+            KeyError::TooLong(channel) => format!(
+                "Invalid api_key: the key in the {} channel is longer than {} bytes.",
+                channel.as_str(),
+                self.max_key_length
+            ),
+            KeyError::InvalidCharacters(channel) => format!(
+                "Invalid api_key: the key in the {} channel contains control characters or is not valid UTF-8.",
+                channel.as_str()
+            ),
+            KeyError::NotAString => format!("Invalid api_key: the {} field of the JSON body must be a string.", self.body_field),
         }
     }
 
     fn workspace_header(&self, workspace: &Workspace) -> HeaderValueOption {
         overwrite(&self.workspace_header, workspace.as_str())
     }
+}
+
+/// `{"status": <code>, "message": "<text>"}`, written by hand so the keys keep
+/// this order (serde_json's map would sort them).
+fn json_body(status: i32, message: &str) -> String {
+    let quoted = serde_json::Value::String(message.to_string()).to_string();
+    format!("{{\"status\":{status},\"message\":{quoted}}}")
 }
 
 fn ok(response: OkHttpResponse) -> CheckResponse {

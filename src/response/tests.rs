@@ -82,7 +82,14 @@ fn denial_table() {
             16,
             401,
             vec![json.clone()],
-            UNAUTHORIZED_MESSAGE.to_string(),
+            "Invalid api_key: the key in the query channel is longer than 512 bytes.".to_string(),
+        ),
+        (
+            Denial::BadKey(KeyError::NotAString),
+            16,
+            401,
+            vec![json.clone()],
+            "Invalid api_key: the api_key field of the JSON body must be a string.".to_string(),
         ),
         (
             Denial::PaymentRequired {
@@ -137,4 +144,13 @@ fn missing_and_ambiguous_keys_explain_themselves() {
     ))));
     assert_eq!(http, 401);
     assert!(body["message"].as_str().unwrap().starts_with("Ambiguous api_key"));
+}
+
+#[test]
+fn body_lists_status_before_message() {
+    let response = renderer().render(&Decision::Denied(Denial::BackendUnavailable));
+    let Some(HttpResponse::DeniedResponse(denied)) = &response.http_response else {
+        panic!("expected a denied response");
+    };
+    assert_eq!(denied.body, r#"{"status":503,"message":"authorization backend unavailable"}"#);
 }
