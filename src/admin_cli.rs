@@ -25,7 +25,9 @@ pub async fn run(args: AdminArgs, config: &Config) -> anyhow::Result<()> {
 
 /// Calls the admin API and returns the text to print.
 async fn execute(args: AdminArgs, config: &Config) -> anyhow::Result<String> {
-    let addr = args.addr.unwrap_or_else(|| connect_addr(config.admin.addr).to_string());
+    let addr = args
+        .addr
+        .unwrap_or_else(|| connect_addr(config.admin.addr).to_string());
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
         .connect_timeout(std::time::Duration::from_secs(5))
         .connect()
@@ -69,8 +71,15 @@ async fn execute(args: AdminArgs, config: &Config) -> anyhow::Result<String> {
                     })
                     .await?
                     .into_inner();
-                let noun = if response.invalidated == 1 { "verdict" } else { "verdicts" };
-                return Ok(format!("workspace {workspace}: {} cached {noun} dropped\n", response.invalidated));
+                let noun = if response.invalidated == 1 {
+                    "verdict"
+                } else {
+                    "verdicts"
+                };
+                return Ok(format!(
+                    "workspace {workspace}: {} cached {noun} dropped\n",
+                    response.invalidated
+                ));
             }
             let digest = match (target.key, target.key_sha256) {
                 (Some(key), _) => KeyDigest::of(&read_key(key)?),

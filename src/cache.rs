@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use moka::Expiry;
 use moka::future::Cache;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::HashMap;
+use std::sync::Mutex;
 
 use crate::config::CacheConfig;
 use crate::decision::{Verdict, Workspace};
@@ -63,35 +64,24 @@ impl CachePolicy {
         if self.refresh_ahead.is_zero() || !matches!(entry.verdict, Verdict::Allowed { .. }) {
             return false;
         }
-        let expires_at = entry.stored_at + entry.ttl;
-        expires_at.saturating_duration_since(now) <= self.refresh_ahead
+        entry.expires_at.saturating_duration_since(now) <= self.refresh_ahead
     }
 }
 
-/// A cached verdict with the lifetime it was stored with.
-#[derive(Debug)]
+/// A cached verdict and the moment it expires. Stored by value in the cache:
+/// a separate allocation per entry would cost more than the entry itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CachedVerdict {
     pub verdict: Verdict,
-    pub ttl: Duration,
-    pub stored_at: Instant,
-    /// Set by the first reader that starts a refresh, so each entry is
-    /// refreshed at most once.
-    refresh_claimed: AtomicBool,
+    pub expires_at: Instant,
 }
 
 impl CachedVerdict {
     fn new(verdict: Verdict, ttl: Duration) -> Self {
         CachedVerdict {
             verdict,
-            ttl,
-            stored_at: Instant::now(),
-            refresh_claimed: AtomicBool::new(false),
+            expires_at: Instant::now() + ttl,
         }
-    }
-
-    /// Returns true for exactly one caller per entry.
-    pub fn claim_refresh(&self) -> bool {
-        !self.refresh_claimed.swap(true, Ordering::AcqRel)
     }
 
     fn workspace(&self) -> Option<&Workspace> {
@@ -100,6 +90,39 @@ impl CachedVerdict {
             Verdict::PaymentRequired { workspace, .. } => workspace.as_ref(),
             Verdict::Unauthorized => None,
         }
+    }
+}
+
+/// Entries whose refresh has started, with the expiry of the entry each
+/// refresh is for. A claim ends when a refresh stores its answer, or when
+/// the entry it was for has expired.
+#[derive(Default)]
+struct RefreshClaims(Mutex<HashMap<KeyDigest, Instant>>);
+
+/// Number of claims above which expired ones are swept out on each claim.
+const CLAIMS_SWEEP_THRESHOLD: usize = 1024;
+
+impl RefreshClaims {
+    /// Returns true for exactly one caller per cached entry.
+    fn claim(&self, digest: KeyDigest, entry: &CachedVerdict, now: Instant) -> bool {
+        let mut claims = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if claims.len() > CLAIMS_SWEEP_THRESHOLD {
+            claims.retain(|_, expires_at| *expires_at > now);
+        }
+        match claims.get(&digest) {
+            Some(expires_at) if *expires_at == entry.expires_at => false,
+            _ => {
+                claims.insert(digest, entry.expires_at);
+                true
+            }
+        }
+    }
+
+    fn release(&self, digest: &KeyDigest) {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .remove(digest);
     }
 }
 
@@ -121,27 +144,33 @@ pub struct EntryCounts {
 
 struct PerEntryTtl;
 
-impl Expiry<KeyDigest, Arc<CachedVerdict>> for PerEntryTtl {
-    fn expire_after_create(&self, _: &KeyDigest, value: &Arc<CachedVerdict>, _: Instant) -> Option<Duration> {
-        Some(value.ttl)
+impl Expiry<KeyDigest, CachedVerdict> for PerEntryTtl {
+    fn expire_after_create(
+        &self,
+        _: &KeyDigest,
+        value: &CachedVerdict,
+        created_at: Instant,
+    ) -> Option<Duration> {
+        Some(value.expires_at.saturating_duration_since(created_at))
     }
 
     fn expire_after_update(
         &self,
         _: &KeyDigest,
-        value: &Arc<CachedVerdict>,
-        _: Instant,
+        value: &CachedVerdict,
+        updated_at: Instant,
         _: Option<Duration>,
     ) -> Option<Duration> {
-        Some(value.ttl)
+        Some(value.expires_at.saturating_duration_since(updated_at))
     }
 }
 
 #[derive(Clone)]
 pub struct VerdictCache {
-    entries: Cache<KeyDigest, Arc<CachedVerdict>>,
+    entries: Cache<KeyDigest, CachedVerdict>,
     policy: CachePolicy,
     max_entries: u64,
+    refresh_claims: Arc<RefreshClaims>,
 }
 
 impl VerdictCache {
@@ -154,6 +183,7 @@ impl VerdictCache {
             entries,
             policy: CachePolicy::new(config),
             max_entries: config.max_entries,
+            refresh_claims: Arc::default(),
         }
     }
 
@@ -165,9 +195,21 @@ impl VerdictCache {
         self.max_entries
     }
 
-    fn entry_for(&self, verdict: Verdict) -> Arc<CachedVerdict> {
+    fn entry_for(&self, verdict: Verdict) -> CachedVerdict {
         let ttl = self.policy.ttl_for(&verdict, rand::random::<f64>());
-        Arc::new(CachedVerdict::new(verdict, ttl))
+        CachedVerdict::new(verdict, ttl)
+    }
+
+    /// Whether a hit on `entry` at `now` should start the one background
+    /// refresh of that entry; true for one caller per entry.
+    pub fn claim_refresh(&self, digest: KeyDigest, entry: &CachedVerdict, now: Instant) -> bool {
+        self.policy.should_refresh(entry, now) && self.refresh_claims.claim(digest, entry, now)
+    }
+
+    /// Stores the answer of a refresh and ends its claim.
+    pub async fn complete_refresh(&self, digest: KeyDigest, verdict: Verdict) {
+        self.insert(digest, verdict).await;
+        self.refresh_claims.release(&digest);
     }
 
     /// Returns the cached verdict for `digest`, or runs `check` to get one.
@@ -177,7 +219,7 @@ impl VerdictCache {
         &self,
         digest: KeyDigest,
         check: F,
-    ) -> (Result<Arc<CachedVerdict>, Arc<E>>, Lookup)
+    ) -> (Result<CachedVerdict, Arc<E>>, Lookup)
     where
         F: Future<Output = Result<Verdict, E>>,
         E: Send + Sync + 'static,
@@ -204,7 +246,7 @@ impl VerdictCache {
         self.entries.insert(digest, self.entry_for(verdict)).await;
     }
 
-    pub async fn get(&self, digest: &KeyDigest) -> Option<Arc<CachedVerdict>> {
+    pub async fn get(&self, digest: &KeyDigest) -> Option<CachedVerdict> {
         self.entries.get(digest).await
     }
 
@@ -316,10 +358,13 @@ mod tests {
         cache_config.refresh_ahead_secs = 20;
         let policy = CachePolicy::new(&cache_config);
         let secs = Duration::from_secs;
-        let entry = |verdict: Verdict, ttl: Duration| CachedVerdict::new(verdict, ttl);
+        let start = Instant::now();
+        let entry = |verdict: Verdict, ttl: Duration| CachedVerdict {
+            verdict,
+            expires_at: start + ttl,
+        };
         let allowed = entry(acme(), secs(100));
         let denied = entry(Verdict::Unauthorized, secs(10));
-        let start = allowed.stored_at;
         // (entry, seconds after it was stored, refresh?)
         let rows = [
             (&allowed, 0, false),
@@ -354,10 +399,31 @@ mod tests {
     }
 
     #[test]
-    fn refresh_is_claimed_once() {
-        let entry = CachedVerdict::new(acme(), Duration::from_secs(1));
-        assert!(entry.claim_refresh());
-        assert!(!entry.claim_refresh());
+    fn refresh_is_claimed_once_per_entry() {
+        let claims = RefreshClaims::default();
+        let digest = KeyDigest::of("k");
+        let entry = CachedVerdict::new(acme(), Duration::from_secs(10));
+        let now = Instant::now();
+        assert!(claims.claim(digest, &entry, now));
+        assert!(!claims.claim(digest, &entry, now));
+        // A replacement entry has its own expiry, so it can be claimed.
+        let replacement = CachedVerdict::new(acme(), Duration::from_secs(20));
+        assert!(claims.claim(digest, &replacement, now));
+        claims.release(&digest);
+        assert!(claims.claim(digest, &replacement, now));
+    }
+
+    #[test]
+    fn expired_claims_are_swept() {
+        let claims = RefreshClaims::default();
+        let expired = CachedVerdict::new(acme(), Duration::ZERO);
+        let later = Instant::now() + Duration::from_secs(1);
+        for n in 0..=CLAIMS_SWEEP_THRESHOLD {
+            assert!(claims.claim(KeyDigest::of(&n.to_string()), &expired, later));
+        }
+        let live = CachedVerdict::new(acme(), Duration::from_secs(60));
+        assert!(claims.claim(KeyDigest::of("live"), &live, later));
+        assert_eq!(claims.0.lock().unwrap().len(), 1);
     }
 
     #[tokio::test]

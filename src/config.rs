@@ -300,7 +300,10 @@ fn describe(error: &figment::Error) -> String {
     let key = error.path.join(".").to_lowercase();
     let origin = match error.metadata.as_ref() {
         Some(metadata) if metadata.name.contains("environment") => {
-            format!(" (environment variable {ENV_PREFIX}{})", key.replace('.', "__").to_uppercase())
+            format!(
+                " (environment variable {ENV_PREFIX}{})",
+                key.replace('.', "__").to_uppercase()
+            )
         }
         Some(metadata) => match &metadata.source {
             Some(figment::Source::File(path)) => format!(" (in {})", path.display()),
@@ -312,9 +315,14 @@ fn describe(error: &figment::Error) -> String {
         Kind::InvalidType(actual, expected) => format!("found {actual}, expected {}", plain_type(expected)),
         Kind::InvalidValue(actual, expected) => format!("found {actual}, expected {}", plain_type(expected)),
         Kind::UnknownField(field, known) => {
-            format!("unknown key {field:?}; the keys of this section are {}", known.join(", "))
+            format!(
+                "unknown key {field:?}; the keys of this section are {}",
+                known.join(", ")
+            )
         }
-        Kind::UnknownVariant(value, known) => format!("unknown value {value:?}; expected one of {}", known.join(", ")),
+        Kind::UnknownVariant(value, known) => {
+            format!("unknown value {value:?}; expected one of {}", known.join(", "))
+        }
         other => other.to_string(),
     };
     if key.is_empty() {
@@ -328,7 +336,9 @@ fn describe(error: &figment::Error) -> String {
 fn plain_type(expected: &str) -> String {
     match expected {
         "u8" | "u16" | "u32" | "u64" | "usize" => "a whole number, 0 or more".to_string(),
-        "a sequence" => "a list, e.g. [\"GET\", \"POST\"] in TOML or '[GET, POST]' in the environment".to_string(),
+        "a sequence" => {
+            "a list, e.g. [\"GET\", \"POST\"] in TOML or '[GET, POST]' in the environment".to_string()
+        }
         other => other.to_string(),
     }
 }

@@ -1,7 +1,9 @@
 //! The outcome types of a check, and the pure first step that decides
 //! whether a request is exempt, denied outright, or needs a usage check.
 
+use std::collections::HashSet;
 use std::fmt;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::keys::{ApiKey, KeyChannel, KeyError, KeyRules};
 use crate::request::HttpView;
@@ -9,17 +11,25 @@ use crate::routes::RouteRules;
 
 /// A workspace slug the usage-check API returned: `[A-Za-z0-9][A-Za-z0-9_-]*`,
 /// at most 128 bytes. Only a valid slug is ever put in a header.
+///
+/// Slugs are interned: the many cached keys of one workspace share one
+/// allocation, and cloning a slug on a cache hit is a reference count.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Workspace(String);
+pub struct Workspace(Arc<str>);
 
 pub const MAX_WORKSPACE_LEN: usize = 128;
+
+/// Most distinct slugs interned; past it, new slugs get their own
+/// allocation, so answers naming ever new workspaces cannot grow the table
+/// without bound.
+const MAX_INTERNED_WORKSPACES: usize = 100_000;
 
 impl Workspace {
     pub fn parse(text: &str) -> Option<Workspace> {
         let mut bytes = text.bytes();
         let first_ok = bytes.next().is_some_and(|b| b.is_ascii_alphanumeric());
         let rest_ok = bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-        (first_ok && rest_ok && text.len() <= MAX_WORKSPACE_LEN).then(|| Workspace(text.to_string()))
+        (first_ok && rest_ok && text.len() <= MAX_WORKSPACE_LEN).then(|| Workspace(intern(text)))
     }
 
     pub fn as_str(&self) -> &str {
@@ -31,6 +41,22 @@ impl fmt::Display for Workspace {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
     }
+}
+
+fn intern(text: &str) -> Arc<str> {
+    static SLUGS: OnceLock<Mutex<HashSet<Arc<str>>>> = OnceLock::new();
+    let mut slugs = SLUGS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some(slug) = slugs.get(text) {
+        return Arc::clone(slug);
+    }
+    let slug: Arc<str> = Arc::from(text);
+    if slugs.len() < MAX_INTERNED_WORKSPACES {
+        slugs.insert(Arc::clone(&slug));
+    }
+    slug
 }
 
 /// The usage-check API's answer about a key: the only thing that is cached.
@@ -45,7 +71,7 @@ pub enum Verdict {
     /// API's `error` text, already cleaned for display.
     PaymentRequired {
         workspace: Option<Workspace>,
-        reason: Option<String>,
+        reason: Option<Arc<str>>,
     },
 }
 
@@ -80,7 +106,7 @@ pub enum Denial {
     /// The workspace cannot spend credits. HTTP 402.
     PaymentRequired {
         workspace: Option<Workspace>,
-        reason: Option<String>,
+        reason: Option<Arc<str>>,
     },
     /// The usage-check API could not give a valid answer. HTTP 503.
     BackendUnavailable,
@@ -157,5 +183,12 @@ mod tests {
         for (text, valid) in cases {
             assert_eq!(Workspace::parse(text).is_some(), *valid, "slug {text:?}");
         }
+    }
+
+    #[test]
+    fn equal_slugs_share_one_allocation() {
+        let first = Workspace::parse("shared-slug").unwrap();
+        let second = Workspace::parse("shared-slug").unwrap();
+        assert!(Arc::ptr_eq(&first.0, &second.0));
     }
 }

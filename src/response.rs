@@ -130,7 +130,10 @@ impl Renderer {
                 "Ambiguous api_key: the request carries more than one key in its {} channel. Send exactly one.",
                 channel.as_str()
             ),
-            KeyError::Empty(channel) => format!("Invalid api_key: the key in the {} channel is empty.", channel.as_str()),
+            KeyError::Empty(channel) => format!(
+                "Invalid api_key: the key in the {} channel is empty.",
+                channel.as_str()
+            ),
             KeyError::TooLong(channel) => format!(
                 "Invalid api_key: the key in the {} channel is longer than {} bytes.",
                 channel.as_str(),
@@ -140,7 +143,10 @@ impl Renderer {
                 "Invalid api_key: the key in the {} channel contains control characters or is not valid UTF-8.",
                 channel.as_str()
             ),
-            KeyError::NotAString => format!("Invalid api_key: the {} field of the JSON body must be a string.", self.body_field),
+            KeyError::NotAString => format!(
+                "Invalid api_key: the {} field of the JSON body must be a string.",
+                self.body_field
+            ),
         }
     }
 

@@ -93,7 +93,7 @@ impl Authorizer {
                     outcome = cached.verdict.outcome(),
                     "usage verdict"
                 );
-                Decision::from(cached.verdict.clone())
+                Decision::from(cached.verdict)
             }
             Err(error) => {
                 if let Some(suppressed) = self.backend_warnings.should_log() {
@@ -114,7 +114,7 @@ impl Authorizer {
     /// expiry. Callers keep the cached answer meanwhile; a failed refresh
     /// leaves the old entry to expire on time.
     fn refresh_if_due(self: &Arc<Self>, cached: &CachedVerdict, key: &ApiKey, digest: KeyDigest) {
-        if !self.cache.policy().should_refresh(cached, Instant::now()) || !cached.claim_refresh() {
+        if !self.cache.claim_refresh(digest, cached, Instant::now()) {
             return;
         }
         let authorizer = Arc::clone(self);
@@ -127,7 +127,7 @@ impl Authorizer {
                         outcome = verdict.outcome(),
                         "refreshed verdict ahead of expiry"
                     );
-                    authorizer.cache.insert(digest, verdict).await;
+                    authorizer.cache.complete_refresh(digest, verdict).await;
                     authorizer
                         .metrics
                         .cache_refreshes

@@ -6,6 +6,7 @@
 //! error denies the request with 503 and is never cached.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -249,7 +250,8 @@ pub fn parse_answer(status: u16, body: &[u8]) -> Result<Verdict, UsageCheckError
                 reason: answer
                     .and_then(|a| a.error)
                     .and_then(|e| e.as_str().map(clean_reason))
-                    .filter(|reason| !reason.is_empty()),
+                    .filter(|reason| !reason.is_empty())
+                    .map(Arc::from),
             })
         }
         other => Err(UsageCheckError::Status(other)),

@@ -152,5 +152,8 @@ fn body_lists_status_before_message() {
     let Some(HttpResponse::DeniedResponse(denied)) = &response.http_response else {
         panic!("expected a denied response");
     };
-    assert_eq!(denied.body, r#"{"status":503,"message":"authorization backend unavailable"}"#);
+    assert_eq!(
+        denied.body,
+        r#"{"status":503,"message":"authorization backend unavailable"}"#
+    );
 }
