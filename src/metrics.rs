@@ -43,9 +43,34 @@ pub struct ScopeLabels {
     pub scope: &'static str,
 }
 
+/// Counters of the label sets the hot path uses, resolved once so that a
+/// check increments an atomic instead of hashing labels under a lock.
+struct HotCounters {
+    skipped: Counter,
+    allowed: Counter,
+    /// Indexed like [`DENIAL_REASONS`].
+    denied: Vec<Counter>,
+    /// Indexed by [`Lookup`] (hit, miss), then like [`LOOKUP_OUTCOMES`].
+    lookups: [Vec<Counter>; 2],
+}
+
+/// Every value of the `reason` label of denials.
+const DENIAL_REASONS: [&str; 6] = [
+    "missing_key",
+    "ambiguous_key",
+    "invalid_key",
+    "unauthorized",
+    "payment_required",
+    "backend_unavailable",
+];
+
+/// Every value of the `outcome` label of cache lookups.
+const LOOKUP_OUTCOMES: [&str; 4] = ["allowed", "unauthorized", "payment_required", "error"];
+
 /// Every metric of the service, registered in one registry.
 pub struct Metrics {
     registry: Registry,
+    hot: HotCounters,
     pub decisions: Family<DecisionLabels, Counter>,
     pub check_duration: Histogram,
     pub checks_in_flight: Gauge,
@@ -83,6 +108,12 @@ impl Metrics {
             usage_check_duration,
             usage_check_retries: Counter::default(),
             registry: Registry::default(),
+            hot: HotCounters {
+                skipped: Counter::default(),
+                allowed: Counter::default(),
+                denied: Vec::new(),
+                lookups: [Vec::new(), Vec::new()],
+            },
         };
         registry.register(
             "decisions",
@@ -134,42 +165,81 @@ impl Metrics {
             "Retries of usage-check calls after a connection error or a 502, 503 or 504",
             metrics.usage_check_retries.clone(),
         );
-        Metrics { registry, ..metrics }
+        // Resolving every label set up front also exports each series at 0
+        // from the start, so rate() over a reason never sees a missing series.
+        let decision = |outcome, reason| {
+            metrics
+                .decisions
+                .get_or_create_owned(&DecisionLabels { outcome, reason })
+        };
+        let lookups = |result| {
+            LOOKUP_OUTCOMES
+                .iter()
+                .map(|outcome| {
+                    metrics
+                        .cache_lookups
+                        .get_or_create_owned(&CacheLookupLabels { result, outcome })
+                })
+                .collect()
+        };
+        let hot = HotCounters {
+            skipped: decision("skipped", "none"),
+            allowed: decision("allowed", "none"),
+            denied: DENIAL_REASONS
+                .iter()
+                .map(|reason| decision("denied", reason))
+                .collect(),
+            lookups: [lookups("hit"), lookups("miss")],
+        };
+        Metrics {
+            registry,
+            hot,
+            ..metrics
+        }
     }
 
     pub fn record_decision(&self, decision: &Decision, elapsed: Duration) {
-        let labels = match decision {
-            Decision::Skipped => DecisionLabels {
-                outcome: "skipped",
-                reason: "none",
-            },
-            Decision::Allowed { .. } => DecisionLabels {
-                outcome: "allowed",
-                reason: "none",
-            },
-            Decision::Denied(denial) => DecisionLabels {
-                outcome: "denied",
-                reason: denial.reason(),
-            },
+        let counter = match decision {
+            Decision::Skipped => &self.hot.skipped,
+            Decision::Allowed { .. } => &self.hot.allowed,
+            Decision::Denied(denial) => {
+                let reason = denial.reason();
+                let index = DENIAL_REASONS.iter().position(|known| *known == reason);
+                match index {
+                    Some(index) => &self.hot.denied[index],
+                    None => {
+                        let labels = DecisionLabels {
+                            outcome: "denied",
+                            reason,
+                        };
+                        self.decisions.get_or_create(&labels).inc();
+                        self.check_duration.observe(elapsed.as_secs_f64());
+                        return;
+                    }
+                }
+            }
         };
-        self.decisions.get_or_create(&labels).inc();
+        counter.inc();
         self.check_duration.observe(elapsed.as_secs_f64());
     }
 
     pub fn record_lookup(&self, lookup: Lookup, verdict: Option<&Verdict>) {
-        let labels = CacheLookupLabels {
-            result: match lookup {
-                Lookup::Hit => "hit",
-                Lookup::Miss => "miss",
-            },
-            outcome: verdict.map_or("error", Verdict::outcome),
+        let by_outcome = match lookup {
+            Lookup::Hit => &self.hot.lookups[0],
+            Lookup::Miss => &self.hot.lookups[1],
         };
-        self.cache_lookups.get_or_create(&labels).inc();
+        let outcome = match verdict {
+            Some(Verdict::Allowed { .. }) => 0,
+            Some(Verdict::Unauthorized) => 1,
+            Some(Verdict::PaymentRequired { .. }) => 2,
+            None => 3,
+        };
+        by_outcome[outcome].inc();
     }
 
     /// Sum of cache lookups with the given result, over all outcomes.
     pub fn lookups_total(&self, result: &'static str) -> u64 {
-        ["allowed", "unauthorized", "payment_required", "error"]
+        LOOKUP_OUTCOMES
             .into_iter()
             .map(|outcome| {
                 self.cache_lookups
@@ -239,5 +309,43 @@ impl AttemptObserver for Metrics {
 
     fn retry(&self) {
         self.usage_check_retries.inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decision::Denial;
+    use crate::keys::{KeyChannel, KeyError};
+
+    #[test]
+    fn every_denial_reason_has_a_resolved_counter() {
+        let denials = [
+            Denial::BadKey(KeyError::Missing),
+            Denial::BadKey(KeyError::Ambiguous(KeyChannel::Query)),
+            Denial::BadKey(KeyError::Empty(KeyChannel::Bearer)),
+            Denial::BadKey(KeyError::TooLong(KeyChannel::Body)),
+            Denial::BadKey(KeyError::InvalidCharacters(KeyChannel::Query)),
+            Denial::BadKey(KeyError::NotAString),
+            Denial::Unauthorized,
+            Denial::PaymentRequired {
+                workspace: None,
+                reason: None,
+            },
+            Denial::BackendUnavailable,
+        ];
+        for denial in denials {
+            assert!(DENIAL_REASONS.contains(&denial.reason()), "{denial:?}");
+        }
+    }
+
+    #[test]
+    fn every_series_is_exported_from_the_start() {
+        let text = Metrics::new().encode();
+        for reason in DENIAL_REASONS {
+            let series = format!("usage_authz_decisions_total{{outcome=\"denied\",reason=\"{reason}\"}} 0");
+            assert!(text.contains(&series), "missing {series}");
+        }
+        assert!(text.contains("usage_authz_cache_lookups_total{result=\"hit\",outcome=\"error\"} 0"));
     }
 }
