@@ -30,7 +30,7 @@ mod code {
     pub const UNAUTHENTICATED: i32 = 16;
 }
 
-/// Renders decisions; holds the configured names it mentions.
+/// Renderer of decisions, with the configured names its messages mention.
 #[derive(Debug, Clone)]
 pub struct Renderer {
     workspace_header: String,

@@ -25,8 +25,8 @@ pub const MAX_REASON_CHARS: usize = 256;
 /// First retry delay; each further retry waits twice as long.
 const FIRST_BACKOFF: Duration = Duration::from_millis(25);
 
-/// Why the API gave no usable answer. None of these carries the key or the
-/// request URL, which contains the key.
+/// Reason the API gave no usable response. None of these carries the key or
+/// the request URL, which contains the key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum UsageCheckError {
     /// The overall deadline passed, retries included.
@@ -67,14 +67,14 @@ impl UsageCheckError {
 impl fmt::Display for UsageCheckError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            UsageCheckError::Timeout => write!(f, "usage-check API did not answer within the deadline"),
+            UsageCheckError::Timeout => write!(f, "usage-check API did not respond within the deadline"),
             UsageCheckError::Connect => write!(f, "usage-check API could not be reached"),
             UsageCheckError::Transport => write!(f, "usage-check request failed after connecting"),
             UsageCheckError::Status(code) => {
                 write!(f, "usage-check API returned unexpected HTTP status {code}")
             }
             UsageCheckError::InvalidAnswer(why) => {
-                write!(f, "usage-check API returned an invalid answer: {why}")
+                write!(f, "usage-check API returned an invalid response: {why}")
             }
         }
     }

@@ -430,7 +430,7 @@ async fn concurrent_misses_make_one_call() {
 }
 
 #[tokio::test]
-async fn concurrent_failures_share_one_call_and_are_not_cached() {
+async fn concurrent_failures_share_one_call() {
     let mock = MockServer::start().await;
     Mock::given(path(CHECK_PATH))
         .respond_with(ResponseTemplate::new(500).set_delay(Duration::from_millis(200)))

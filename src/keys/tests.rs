@@ -349,7 +349,7 @@ fn extraction_table() {
 }
 
 #[test]
-fn utf8_body_field_is_read_when_raw_body_is_empty() {
+fn body_read_from_utf8_field() {
     let mut http = request("/p", &[JSON], b"");
     http.body = r#"{"api_key":"abc"}"#.into();
     assert_eq!(extract(&http), Ok(("abc".to_string(), KeyChannel::Body)));
