@@ -726,3 +726,58 @@ async fn sigterm_drains_and_exits_zero() {
     assert!(stderr.contains("usage-authz listening"), "{stderr}");
     assert!(!stderr.contains("slow-key"), "a key reached the log: {stderr}");
 }
+
+/// Lists the admin port's services through gRPC reflection, as `grpcurl
+/// list` does.
+async fn list_admin_services(addr: SocketAddr, token: Option<&str>) -> Result<Vec<String>, tonic::Status> {
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+
+    let header = token.map(|t| {
+        format!("Bearer {t}")
+            .parse::<tonic::metadata::MetadataValue<_>>()
+            .unwrap()
+    });
+    let mut client = ServerReflectionClient::with_interceptor(
+        channel(addr).await,
+        move |mut request: tonic::Request<()>| {
+            if let Some(value) = &header {
+                request.metadata_mut().insert("authorization", value.clone());
+            }
+            Ok(request)
+        },
+    );
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut responses = client
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await?
+        .into_inner();
+    let response = responses.message().await?.expect("reflection sent no response");
+    match response.message_response {
+        Some(MessageResponse::ListServicesResponse(list)) => {
+            Ok(list.service.into_iter().map(|s| s.name).collect())
+        }
+        other => panic!("unexpected reflection response {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn admin_reflection_lists_cache_admin() {
+    let mock = MockServer::start().await;
+    let running = start(config_for(&mock)).await;
+
+    let services = list_admin_services(running.admin, Some(TOKEN)).await.unwrap();
+    assert!(
+        services
+            .iter()
+            .any(|name| name == "usage_authz.admin.v1.CacheAdmin"),
+        "reflection lists {services:?}"
+    );
+    let denied = list_admin_services(running.admin, None).await.unwrap_err();
+    assert_eq!(denied.code(), tonic::Code::Unauthenticated);
+}
