@@ -41,7 +41,7 @@ impl CachePolicy {
 
     /// An allowed key is trusted for longer than a denial, so that a key that
     /// gets fixed (credits topped up, key re-enabled) recovers quickly.
-    pub fn base_ttl(&self, verdict: &Verdict) -> Duration {
+    fn base_ttl(&self, verdict: &Verdict) -> Duration {
         match verdict {
             Verdict::Allowed { .. } => self.ok_ttl,
             Verdict::Unauthorized | Verdict::PaymentRequired { .. } => self.deny_ttl,
@@ -185,10 +185,6 @@ impl VerdictCache {
             max_entries: config.max_entries,
             refresh_claims: Arc::default(),
         }
-    }
-
-    pub fn policy(&self) -> CachePolicy {
-        self.policy
     }
 
     pub fn max_entries(&self) -> u64 {

@@ -199,28 +199,26 @@ impl Metrics {
     }
 
     pub fn record_decision(&self, decision: &Decision, elapsed: Duration) {
-        let counter = match decision {
-            Decision::Skipped => &self.hot.skipped,
-            Decision::Allowed { .. } => &self.hot.allowed,
+        self.check_duration.observe(elapsed.as_secs_f64());
+        match decision {
+            Decision::Skipped => self.hot.skipped.inc(),
+            Decision::Allowed { .. } => self.hot.allowed.inc(),
             Decision::Denied(denial) => {
                 let reason = denial.reason();
-                let index = DENIAL_REASONS.iter().position(|known| *known == reason);
-                match index {
-                    Some(index) => &self.hot.denied[index],
-                    None => {
-                        let labels = DecisionLabels {
+                match DENIAL_REASONS.iter().position(|known| *known == reason) {
+                    Some(index) => self.hot.denied[index].inc(),
+                    // Not reached while DENIAL_REASONS lists every reason,
+                    // which a unit test checks.
+                    None => self
+                        .decisions
+                        .get_or_create(&DecisionLabels {
                             outcome: "denied",
                             reason,
-                        };
-                        self.decisions.get_or_create(&labels).inc();
-                        self.check_duration.observe(elapsed.as_secs_f64());
-                        return;
-                    }
+                        })
+                        .inc(),
                 }
             }
         };
-        counter.inc();
-        self.check_duration.observe(elapsed.as_secs_f64());
     }
 
     pub fn record_lookup(&self, lookup: Lookup, verdict: Option<&Verdict>) {

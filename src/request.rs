@@ -50,11 +50,6 @@ impl<'a> HttpView<'a> {
         &self.http.method
     }
 
-    /// The request target as the client sent it: path and query, undecoded.
-    pub fn target(&self) -> &'a str {
-        &self.http.path
-    }
-
     /// The path part of the target: everything before the first `?`.
     pub fn path(&self) -> &'a str {
         split_target(&self.http.path).0

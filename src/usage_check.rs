@@ -91,14 +91,6 @@ pub trait AttemptObserver: Send + Sync {
     fn retry(&self);
 }
 
-/// Observer that ignores everything.
-pub struct NoObserver;
-
-impl AttemptObserver for NoObserver {
-    fn attempt(&self, _: &Result<Verdict, UsageCheckError>, _: Duration) {}
-    fn retry(&self) {}
-}
-
 /// HTTP client for the usage-check API.
 #[derive(Clone)]
 pub struct UsageCheckClient {

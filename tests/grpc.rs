@@ -1,13 +1,13 @@
 //! Integration tests: the gRPC server on 127.0.0.1:0, called through a tonic
 //! client, with the usage-check API served by wiremock on loopback.
 
-use std::collections::HashMap;
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::check_request;
 use envoy_types::ext_authz::v3::pb::{CheckRequest, CheckResponse, HttpResponse};
-use envoy_types::pb::envoy::service::auth::v3::AttributeContext;
-use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Request as AttrRequest};
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use tonic::transport::Channel;
 use tonic_health::pb::HealthCheckRequest;
@@ -79,29 +79,8 @@ fn config_for(mock: &MockServer) -> Config {
     config
 }
 
-fn http_request(method: &str, target: &str, headers: &[(&str, &str)], body: &[u8]) -> CheckRequest {
-    CheckRequest {
-        attributes: Some(AttributeContext {
-            request: Some(AttrRequest {
-                http: Some(HttpRequest {
-                    method: method.into(),
-                    path: target.into(),
-                    headers: headers
-                        .iter()
-                        .map(|(k, v)| (k.to_string(), v.to_string()))
-                        .collect::<HashMap<_, _>>(),
-                    raw_body: body.to_vec(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-    }
-}
-
 fn get_with_key(key: &str) -> CheckRequest {
-    http_request("GET", &format!("/infer?api_key={key}"), &[], b"")
+    check_request("GET", &format!("/infer?api_key={key}"), &[], b"")
 }
 
 /// What a `CheckResponse` amounts to, for compact assertions.
@@ -204,7 +183,7 @@ async fn unauthorized_key_is_cached() {
 
     for _ in 0..2 {
         let response = server
-            .check(http_request(
+            .check(check_request(
                 "POST",
                 "/infer",
                 &[("authorization", "Bearer bad-key")],
@@ -236,7 +215,7 @@ async fn no_credits_is_402_with_workspace() {
     let server = TestServer::start(config_for(&mock)).await;
 
     let body = br#"{"api_key":"poor-key","image":"..."}"#;
-    let request = http_request("POST", "/infer", &[("content-type", "application/json")], body);
+    let request = check_request("POST", "/infer", &[("content-type", "application/json")], body);
     for _ in 0..2 {
         assert_eq!(
             outcome(&server.check(request.clone()).await),
@@ -463,33 +442,33 @@ async fn bad_keys_never_reach_the_api() {
     let long_key = format!("/infer?api_key={}", "k".repeat(513));
 
     let rows: Vec<(&str, CheckRequest)> = vec![
-        ("missing", http_request("GET", "/infer", &[], b"")),
-        ("empty query", http_request("GET", "/infer?api_key=", &[], b"")),
+        ("missing", check_request("GET", "/infer", &[], b"")),
+        ("empty query", check_request("GET", "/infer?api_key=", &[], b"")),
         (
             "repeated query",
-            http_request("GET", "/infer?api_key=a&api_key=a", &[], b""),
+            check_request("GET", "/infer?api_key=a&api_key=a", &[], b""),
         ),
         (
             "joined authorization",
-            http_request("GET", "/infer", &[("authorization", "Bearer a,Bearer b")], b""),
+            check_request("GET", "/infer", &[("authorization", "Bearer a,Bearer b")], b""),
         ),
-        ("too long", http_request("GET", &long_key, &[], b"")),
+        ("too long", check_request("GET", &long_key, &[], b"")),
         (
             "control char",
-            http_request("GET", "/infer?api_key=a%07b", &[], b""),
+            check_request("GET", "/infer?api_key=a%07b", &[], b""),
         ),
         (
             "non-string body",
-            http_request(
+            check_request(
                 "POST",
                 "/infer",
                 &[("content-type", "application/json")],
                 br#"{"api_key":7}"#,
             ),
         ),
-        ("head without key", http_request("HEAD", "/infer", &[], b"")),
-        ("dot segments", http_request("GET", "/static/../infer", &[], b"")),
-        ("encoded skip path", http_request("GET", "/%64ocs", &[], b"")),
+        ("head without key", check_request("HEAD", "/infer", &[], b"")),
+        ("dot segments", check_request("GET", "/static/../infer", &[], b"")),
+        ("encoded skip path", check_request("GET", "/%64ocs", &[], b"")),
         ("no attributes", CheckRequest { attributes: None }),
     ];
     for (name, request) in rows {
@@ -519,7 +498,7 @@ async fn skipped_routes_strip_workspace_header() {
         ("OPTIONS", "/infer"),
         ("GET", "/"),
     ] {
-        let response = server.check(http_request(verb, target, &spoof, b"")).await;
+        let response = server.check(check_request(verb, target, &spoof, b"")).await;
         assert_eq!(outcome(&response), Outcome::Skipped, "{verb} {target}");
     }
 }

@@ -2,14 +2,15 @@
 //! line, refresh ahead of expiry, start-up refusals and SIGTERM. Servers
 //! listen on 127.0.0.1:0; the usage-check API is wiremock on loopback.
 
+mod common;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use envoy_types::ext_authz::v3::pb::{CheckRequest, CheckResponse, HttpResponse};
-use envoy_types::pb::envoy::service::auth::v3::AttributeContext;
-use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Request as AttrRequest};
+use common::check_request;
+use envoy_types::ext_authz::v3::pb::{CheckResponse, HttpResponse};
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use tonic::transport::Channel;
 use usage_authz::admin::pb;
@@ -75,26 +76,6 @@ fn config_for(mock: &MockServer) -> Config {
     config
 }
 
-fn check_request(method: &str, target: &str, headers: &[(&str, &str)]) -> CheckRequest {
-    CheckRequest {
-        attributes: Some(AttributeContext {
-            request: Some(AttrRequest {
-                http: Some(HttpRequest {
-                    method: method.into(),
-                    path: target.into(),
-                    headers: headers
-                        .iter()
-                        .map(|(k, v)| (k.to_string(), v.to_string()))
-                        .collect(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-    }
-}
-
 async fn channel(addr: SocketAddr) -> Channel {
     Channel::from_shared(format!("http://{addr}"))
         .unwrap()
@@ -105,7 +86,7 @@ async fn channel(addr: SocketAddr) -> Channel {
 
 async fn check(client: &mut AuthorizationClient<Channel>, key: &str) -> CheckResponse {
     client
-        .check(check_request("GET", &format!("/infer?api_key={key}"), &[]))
+        .check(check_request("GET", &format!("/infer?api_key={key}"), &[], b""))
         .await
         .unwrap()
         .into_inner()
@@ -199,10 +180,16 @@ async fn metrics_follow_each_kind_of_traffic() {
     for key in ["good", "good", "revoked", "broke", "flaky", "slow"] {
         check(&mut client, key).await;
     }
-    client.check(check_request("GET", "/healthz", &[])).await.unwrap();
-    client.check(check_request("GET", "/infer", &[])).await.unwrap();
     client
-        .check(check_request("GET", "/infer?api_key=a&api_key=b", &[]))
+        .check(check_request("GET", "/healthz", &[], b""))
+        .await
+        .unwrap();
+    client
+        .check(check_request("GET", "/infer", &[], b""))
+        .await
+        .unwrap();
+    client
+        .check(check_request("GET", "/infer?api_key=a&api_key=b", &[], b""))
         .await
         .unwrap();
     let after = scrape(running.metrics).await;
