@@ -27,7 +27,7 @@ impl ApiKey {
         ApiKey(key.into())
     }
 
-    /// The raw key, for the usage-check call and nothing else.
+    /// Returns the raw key, for the usage-check call and nothing else.
     pub fn expose(&self) -> &str {
         &self.0
     }
@@ -63,7 +63,7 @@ impl KeyDigest {
         hex::encode(self.0)
     }
 
-    /// The first 12 hex digits of the digest: enough to correlate log lines
+    /// Returns the first 12 hex digits of the digest: enough to correlate log lines
     /// of one key, far too little to recover or test a key.
     pub fn fingerprint(&self) -> String {
         hex::encode(&self.0[..6])

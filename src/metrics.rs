@@ -1,6 +1,6 @@
 //! Prometheus metrics. Labels take values from small fixed sets (outcomes,
-//! reasons, result classes); no label ever carries a key, a fingerprint of
-//! one, a workspace or a path, so the series count stays bounded.
+//! reasons, result classes). No label carries a key, a fingerprint of one, a
+//! workspace or a path, so the number of series stays bounded.
 
 use std::time::Duration;
 
@@ -166,7 +166,7 @@ impl Metrics {
             metrics.usage_check_retries.clone(),
         );
         // Resolving every label set up front also exports each series at 0
-        // from the start, so rate() over a reason never sees a missing series.
+        // from the start, so rate() over any reason always has a series to read.
         let decision = |outcome, reason| {
             metrics
                 .decisions

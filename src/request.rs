@@ -1,10 +1,11 @@
 //! Read-only view of the HTTP attributes Envoy forwards in a `CheckRequest`.
 //!
-//! Nothing here interprets the request; [`crate::routes`] and [`crate::keys`]
-//! do. The view hides two encodings Envoy may use: headers arrive either in
-//! the `headers` map (repeated headers joined with commas) or, with
-//! `encode_raw_headers`, in `header_map` (one entry per header line); the body
-//! arrives in `body` (UTF-8 only) or, with `pack_as_bytes`, in `raw_body`.
+//! Nothing here interprets the request, because [`crate::routes`] and
+//! [`crate::keys`] do. The view hides two encodings Envoy may use. Headers
+//! arrive either in the `headers` map (repeated headers joined with commas)
+//! or, with `encode_raw_headers`, in `header_map` (one entry per header
+//! line). The body arrives in `body` (UTF-8 only) or, with `pack_as_bytes`,
+//! in `raw_body`.
 
 use envoy_types::ext_authz::v3::pb::CheckRequest;
 use envoy_types::pb::envoy::service::auth::v3::attribute_context::HttpRequest;

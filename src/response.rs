@@ -1,9 +1,9 @@
 //! Rendering a [`Decision`] as Envoy's `CheckResponse`.
 //!
-//! Checked against Envoy 1.40's ext_authz HTTP filter: an OK `status` lets the
-//! request through with `ok_response` applied; any other `status` denies it,
-//! and Envoy sends `denied_response` (status, headers, body) to the client
-//! as it is. So every outcome, failures included, is a `CheckResponse`; a
+//! Checked against Envoy 1.40's ext_authz HTTP filter. An OK `status` lets
+//! the request through with `ok_response` applied. Any other `status` denies
+//! it, and Envoy sends `denied_response` (status, headers, body) to the
+//! client as it is. So every outcome, failures included, is a `CheckResponse`; a
 //! gRPC error would hand the decision to Envoy's `failure_mode_allow`.
 
 use envoy_types::ext_authz::v3::pb::{
